@@ -1,0 +1,1 @@
+"""Table contracts (Frictionless Table Schema JSON), shipped as package data."""

@@ -1,0 +1,1 @@
+"""Reports: county, provincial, basic-data and policy reports."""

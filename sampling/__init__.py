@@ -1,0 +1,1 @@
+"""Sampling: PPS selection of counties, schools and students; weights; replicate weights."""

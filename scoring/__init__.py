@@ -1,0 +1,1 @@
+"""Scoring: item analysis, IRT calibration, person scores, linking, proficiency levels."""
