@@ -90,6 +90,50 @@ def _cmd_validate(args) -> int:
     return EXIT_OK
 
 
+def _cmd_score(args) -> int:
+    from qualmon.io import read_raw
+    from qualmon.schema import contract, validate_tables
+    from qualmon.scoring.workflow import ScoringSpec, read_bases, score_year, write_year
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data {data}: no such folder")
+    names = ["responses", "item_bank", "student_roster", "school_frame", "questionnaire_student"]
+    raw = {}
+    for n in names:
+        f = data / f"{n}.parquet"
+        if f.is_file():
+            raw[n] = read_raw(f, contract(n))
+        elif n != "questionnaire_student":
+            raise FileNotFoundError(f"--data {data}: {f.name} is missing (the {n} table is needed to score)")
+    tables = validate_tables(raw)
+    weights = None
+    if args.weights:
+        w = read_raw(args.weights)
+        if not {"student_id", "weight"} <= set(w.columns):
+            raise ValueError(f"--weights {args.weights}: expected columns student_id and weight (e.g. sample_students.parquet)")
+        if "year" in w.columns:
+            w = w[w["year"] == args.year]
+        weights = w.set_index("student_id")["weight"].astype(float)
+    spec = ScoringSpec()
+    if args.spec:
+        import tomllib
+
+        with open(args.spec, "rb") as fh:
+            spec = ScoringSpec.from_mapping(tomllib.load(fh).get("scoring", {}))
+    previous = {}
+    for prev in args.previous or []:
+        previous.update(read_bases(prev))
+    t0 = time.perf_counter()
+    result = score_year(tables, args.year, weights=weights, previous=previous, spec=spec, seed=args.seed)
+    write_year(result, Path(args.out), tables=tables)
+    _log(f"scored {args.year}: {len(result.tests)} tests, {result.scores['student_id'].nunique():,} students "
+         f"({time.perf_counter() - t0:.1f} s); wrote {args.out}/scores.parquet", args.quiet)
+    if not args.quiet:
+        print(result.summary().to_string(index=False))
+    return EXIT_OK
+
+
 def _cmd_demo(args) -> int:
     from qualmon.pipeline import run_demo
 
@@ -120,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ref", action="append", metavar="NAME=FILE", help="a referenced table for the foreign-key check (repeatable)")
     v.add_argument("--no-references", action="store_true", help="do not look for referenced tables next to FILE")
     v.set_defaults(func=_cmd_validate)
+
+    sc = sub.add_parser("score", help="calibrate, link and score the tests of a year", description="Calibrate every test of YEAR (IRT, weighted), link it to earlier years through anchor items, score students (EAP, plausible values), and write DIR/scores.parquet, item_parameters.parquet and scales.json.")
+    sc.add_argument("--data", required=True, help="folder with responses, item_bank, student_roster, school_frame (and questionnaire_student) as Parquet")
+    sc.add_argument("--year", type=int, required=True, help="the year to score")
+    sc.add_argument("--out", required=True, help="output folder")
+    sc.add_argument("--previous", action="append", metavar="DIR", help="output folder of an earlier 'qualmon score' run to link to (repeatable)")
+    sc.add_argument("--weights", metavar="FILE", help="student weights (e.g. sample_students.parquet with student_id, weight)")
+    sc.add_argument("--spec", metavar="TOML", help="a TOML file with a [scoring] table (quadpts, n_pv, cuts, ...)")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the plausible values (default 0)")
+    sc.set_defaults(func=_cmd_score)
 
     d = sub.add_parser("demo", help="run the full monitoring cycle on the synthetic province", description="Run the full monitoring cycle on the built-in synthetic province and write everything under DIR (inputs and truth under DIR/data/).")
     d.add_argument("--out", default="out", help="output folder (default out/)")

@@ -10,7 +10,10 @@ One entry point per job, mirt-style:
 * :func:`link` — mean-mean, mean-sigma, Haebara, Stocking–Lord, with linking
   error and anchor drift;
 * :class:`ReportingScale`, :func:`assign_levels`,
-  :func:`classification_accuracy` — the reporting scale and the four levels.
+  :func:`classification_accuracy` — the reporting scale and the four levels;
+* :func:`score_year` — a monitoring year end to end (calibrate, link, score,
+  plausible values, levels) producing the ``scores`` table;
+* :func:`scale_indices` — questionnaire scales (GRM + WLE) into indices.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ _EXPORTS = {
     "bookmark_cuts": "levels", "classification_accuracy": "levels", "ClassificationAccuracy": "levels",
     "LEVEL_LABELS": "levels", "LEVEL_DESCRIPTORS": "levels", "LEVEL_NAMES_EN": "levels", "LEVEL_DTYPE": "levels",
     "DEFAULT_CUTS": "levels", "LevelError": "levels",
+    # a monitoring year end to end, and questionnaire indices
+    "ScoringSpec": "workflow", "TestResult": "workflow", "YearScores": "workflow", "score_test": "workflow",
+    "score_year": "workflow", "background_variables": "workflow", "write_year": "workflow", "read_bases": "workflow",
+    "scale_indices": "questionnaire", "QuestionnaireScales": "questionnaire", "STUDENT_SCALES": "questionnaire",
+    "TEACHER_SCALES": "questionnaire", "PRINCIPAL_SCALES": "questionnaire",
 }
 
 __all__ = sorted(_EXPORTS)
