@@ -72,6 +72,7 @@ class TestResult:
     linking: Any = None  # LinkingResult against the previous administration
     base_year: int | None = None
     linking_error: float = 0.0  # SE of the year's mean on the reporting scale due to linking
+    item_report: pd.DataFrame | None = None  # classical statistics, IRT parameters and fit, DIF classes per item
 
     def summary(self) -> dict:
         pv = self.scores.filter(like="pv")
@@ -176,7 +177,41 @@ def score_test(
     out["scale_score"] = scale.transform(out["theta"])
     out["level"] = level_numbers(assign_levels(out["scale_score"], spec.cuts))
     out.index.name = "student_id"
-    return TestResult(year, subject, grade, cal, out, scale, linking, base_year, float(linking_error))
+    report = _item_report(resp, items, cal, weights, background, spec)
+    return TestResult(year, subject, grade, cal, out, scale, linking, base_year, float(linking_error), report)
+
+
+def _item_report(resp: pd.DataFrame, items: pd.DataFrame, cal, weights, background, spec: ScoringSpec) -> pd.DataFrame:
+    """Per item: classical statistics and flags, IRT parameters and fit, and the
+    ETS DIF class by gender (girls focal) and by locale (rural focal)."""
+    from qualmon.scoring.items import dif, item_analysis
+
+    r = resp
+    score = r["score"].astype("float64")
+    if spec.omitted == "wrong":
+        score = score.where(r["status"] != "omitted", 0.0)
+    wide = r.assign(_s=score).pivot(index="student_id", columns="item_id", values="_s")
+    status = r.pivot(index="student_id", columns="item_id", values="status").reindex(index=wide.index, columns=wide.columns)
+    maxs = items.set_index("item_id")["max_score"].reindex(wide.columns).astype(float)
+    w = None if weights is None else weights.reindex(wide.index)
+    ia = item_analysis(wide, max_scores=maxs, weights=w, status=status)
+    cols = ["n", "p_value", "item_rest_r", "alpha_if_deleted", "omit_rate", "not_reached_rate", "flags"]
+    rep = ia.items[[c for c in cols if c in ia.items.columns]].copy()
+    irt = cal.items[[c for c in ("model", "a", "b", "c") if c in cal.items.columns]]
+    rep = rep.join(irt, how="left")
+    if cal.fit is not None:
+        rep = rep.join(cal.fit[[c for c in ("p_S_X2", "infit", "outfit") if c in cal.fit.columns]], how="left")
+    if background is not None:
+        bg = background.reindex(wide.index)
+        for name, col, focal in (("dif_gender", "girl", 1.0), ("dif_rural", "rural", 1.0)):
+            if col in bg.columns and bg[col].nunique() == 2:
+                try:
+                    d = dif(wide, group=bg[col], focal=focal, max_scores=maxs, weights=w)
+                    rep[name] = d.items["ets_class"].reindex(rep.index)
+                except ValueError:
+                    rep[name] = pd.NA
+    rep.index.name = "item_id"
+    return rep
 
 
 def background_variables(tables: Mapping[str, pd.DataFrame], year: int, responses: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -320,6 +355,13 @@ def write_year(result: YearScores, directory, *, tables: Mapping[str, pd.DataFra
     with atomic_path(directory / "scales.json") as tmp:
         tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=float), encoding="utf-8")
     paths["scales"] = directory / "scales.json"
+    reports = [t.item_report.reset_index().assign(year=t.year, subject=t.subject, grade=t.grade) for t in result.tests.values() if t.item_report is not None]
+    if reports:
+        rep = pd.concat(reports, ignore_index=True)
+        for c in rep.columns:
+            if rep[c].dtype == object:
+                rep[c] = rep[c].astype(str)
+        paths["item_report"] = write_parquet(rep, directory / "item_report.parquet")
     with atomic_path(directory / "tests.csv") as tmp:
         result.summary().to_csv(tmp, index=False)
     paths["tests"] = directory / "tests.csv"
