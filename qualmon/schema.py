@@ -457,11 +457,8 @@ def _validate(table_name, df_or_path, references):
         else:
             out[f.name] = coerced
             ok_columns.append(f.name)
-    typed = pd.DataFrame(out, index=df.index)
-    for name in df.columns:
-        if name not in c.columns:
-            typed[name] = df[name]
-    typed = typed[[n for n in c.columns if n in typed.columns] + [n for n in df.columns if n not in c.columns]]
+    extra = [n for n in df.columns if n not in c.columns]
+    typed = pd.concat([pd.DataFrame(out, index=df.index), df[extra]], axis=1) if extra else pd.DataFrame(out, index=df.index)
 
     _value_checks(c, typed, ok_columns, probs)
 
