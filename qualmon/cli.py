@@ -90,6 +90,24 @@ def _cmd_validate(args) -> int:
     return EXIT_OK
 
 
+def _cmd_sample(args) -> int:
+    from qualmon.sampling import SamplingPlan, draw
+
+    plan = SamplingPlan.from_toml(args.plan)
+    if args.year is not None or args.seed is not None:
+        plan = plan.replace(**{k: v for k, v in (("year", args.year), ("seed", args.seed)) if v is not None})
+    frames = Path(args.frames)
+    if not frames.is_dir():
+        raise FileNotFoundError(f"--frames {frames}: no such folder")
+    t0 = time.perf_counter()
+    sample = draw(plan, frames)
+    paths = sample.write(Path(args.out))
+    _log(f"drew the {plan.year} sample in {time.perf_counter() - t0:.1f} s; wrote {len(paths)} files under {args.out}/", args.quiet)
+    if not args.quiet:
+        print(sample.summary().to_string(index=False))
+    return EXIT_OK
+
+
 def _cmd_score(args) -> int:
     from qualmon.io import read_raw
     from qualmon.schema import contract, validate_tables
@@ -165,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-references", action="store_true", help="do not look for referenced tables next to FILE")
     v.set_defaults(func=_cmd_validate)
 
+    sp = sub.add_parser("sample", help="draw the three-stage sample of a sampling plan", description="Draw the three-stage PPS sample (counties, schools, students) of PLAN.toml from the frames in DIR (county_frame, school_frame, student_roster as Parquet) and write sample_counties, sample_schools, sample_students (with replicate weights) and the sample report. Same plan, seed and frames give the same bytes.")
+    sp.add_argument("plan", metavar="PLAN.toml", help="the sampling plan (see sampling/plans/provincial.toml)")
+    sp.add_argument("--frames", required=True, metavar="DIR", help="folder with county_frame, school_frame and student_roster Parquet files")
+    sp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sp.add_argument("--year", type=int, help="override the plan's year")
+    sp.add_argument("--seed", type=int, help="override the plan's seed")
+    sp.set_defaults(func=_cmd_sample)
+
     sc = sub.add_parser("score", help="calibrate, link and score the tests of a year", description="Calibrate every test of YEAR (IRT, weighted), link it to earlier years through anchor items, score students (EAP, plausible values), and write DIR/scores.parquet, item_parameters.parquet and scales.json.")
     sc.add_argument("--data", required=True, help="folder with responses, item_bank, student_roster, school_frame (and questionnaire_student) as Parquet")
     sc.add_argument("--year", type=int, required=True, help="the year to score")
@@ -197,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"qualmon {args.command}: {e}", file=sys.stderr)
         return EXIT_DATA
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
         print(f"qualmon {args.command}: data problem: {e}", file=sys.stderr)
         return EXIT_DATA
 

@@ -49,6 +49,8 @@ class ScoringSpec:
     cuts: tuple = tuple(DEFAULT_CUTS)
     link_method: str = "stocking_lord"
     drift_z: float = 2.7
+    tol: float = 1e-4  # EM convergence: max parameter change (mirt's default)
+    max_iter: int = 5000
     se: str = "crossprod"  # item-parameter SEs; "oakes" (observed information, as mirt) costs one E-step per parameter
 
     @classmethod
@@ -140,10 +142,18 @@ def score_test(
     from qualmon.scoring.persons import plausible_values, score
 
     resp = responses[["student_id", "item_id", "score", "status"]]
+    if weights is not None:
+        # normalised weights (sum = number of students), as PISA/NAEP calibrate: the
+        # weighted likelihood keeps the sample's information, so priors and SEs keep their meaning
+        students = pd.Index(resp["student_id"].unique())
+        w = weights.reindex(students)
+        if w.isna().any():
+            raise ValueError(f"{int(w.isna().sum())} tested students have no weight, e.g. {list(students[w.isna().to_numpy()][:3])}")
+        weights = w * (len(w) / w.sum())
     models = dict(zip(items["item_id"], items["model"].fillna("2PL")))
     present = set(resp["item_id"].unique())
     models = {k: v for k, v in models.items() if k in present}
-    kw = dict(quadpts=spec.quadpts, omitted=spec.omitted, not_reached=spec.not_reached, progress=False)
+    kw = dict(quadpts=spec.quadpts, omitted=spec.omitted, not_reached=spec.not_reached, progress=False, tol=spec.tol, max_iter=spec.max_iter)
     priors = _priors(models, spec) or None
     linking, linking_error, base_year = None, 0.0, year
     if base is None:
@@ -151,7 +161,11 @@ def score_test(
         scale = None
     else:
         base_items = base.calibration.items
-        anchors = [i for i in models if i in base_items.index]
+        # anchors whose observed score categories differ from the base form's (a category
+        # nobody reached this year) cannot be held fixed; they are estimated as new items
+        scored = resp[resp["status"] == "scored"]
+        n_cat_now = scored.groupby("item_id")["score"].nunique()
+        anchors = [i for i in models if i in base_items.index and int(n_cat_now.get(i, 0)) == int(base_items.loc[i, "n_cat"])]
         if len(anchors) < 4:
             raise ValueError(f"score_test({year}, {subject}, grade {grade}): only {len(anchors)} anchor items shared with {base.year}; at least 4 are needed to link")
         free = calibrate(resp, model=models, weights=weights, priors=priors, se=None, **kw)
@@ -301,8 +315,11 @@ def score_year(
         grade = int(grade)
         bg = background_variables(tables, year, r)
         base = (previous or {}).get((subject, grade))
-        res = score_test(r, bank[(bank["subject"] == subject) & (bank["grade"] == grade)], year=year, subject=subject, grade=grade,
-                         weights=weights, background=bg, base=base, spec=spec, seed=seed * 1000 + k)
+        try:
+            res = score_test(r, bank[(bank["subject"] == subject) & (bank["grade"] == grade)], year=year, subject=subject, grade=grade,
+                             weights=weights, background=bg, base=base, spec=spec, seed=seed * 1000 + k)
+        except Exception as err:
+            raise type(err)(f"scoring {subject} grade {grade}, {year}: {err}") from err
         tests[(subject, grade)] = res
         s = res.scores.reset_index()
         s.insert(0, "year", year)

@@ -58,7 +58,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_help_everywhere():
-    for args in (["--help"], ["synth", "--help"], ["validate", "--help"], ["demo", "--help"]):
+    for args in (["--help"], ["synth", "--help"], ["validate", "--help"], ["sample", "--help"], ["score", "--help"], ["demo", "--help"]):
         r = subprocess.run([sys.executable, "-m", "qualmon.cli", *args], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: qualmon" in r.stdout
 
@@ -68,3 +68,27 @@ def test_demo_writes_inputs_under_data(tmp_path):
     assert main(["--quiet", "demo", "--out", str(out), "--years", "2024", "--scale", "0.03"]) == 0
     assert (out / "data" / "student_roster.parquet").is_file()
     assert (out / "data" / "truth" / "counties.parquet").is_file()
+    assert (out / "sample" / "2024" / "sample_students.parquet").is_file()
+    scores = pd.read_parquet(out / "scores" / "2024" / "scores.parquet")
+    tested = pd.read_parquet(out / "data" / "questionnaire_student.parquet")
+    assert set(scores["student_id"]) == set(tested["student_id"])
+    est = pd.read_csv(out / "estimates.csv")
+    assert set(est["subject"]) == {"science", "arts", "labour"} and (est["se"] > 0).all()
+
+
+def test_sample_verb_is_reproducible(synth_dir, tmp_path, capsys):
+    from qualmon.sampling import SamplingPlan
+
+    plan = tmp_path / "plan.toml"
+    SamplingPlan(year=2024, seed=7, cycle_start=2024).to_toml(plan)
+    for run in ("a", "b"):
+        assert main(["--quiet", "sample", str(plan), "--frames", str(synth_dir), "--out", str(tmp_path / run)]) == 0
+    for name in ("sample_counties", "sample_schools", "sample_students"):
+        a, b = (tmp_path / r / f"{name}.parquet" for r in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes()
+    st = pd.read_parquet(tmp_path / "a" / "sample_students.parquet")
+    assert {"prob_county", "prob_school", "prob_student", "prob", "weight"} <= set(st.columns)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(plan.read_text().replace("fraction = 0.1", "fraction = 7"))
+    assert main(["sample", str(bad), "--frames", str(synth_dir), "--out", str(tmp_path / "c")]) == 1
+    assert "fraction" in capsys.readouterr().err
