@@ -1505,7 +1505,7 @@ class Design(_DesignBase):
         return new
 
     # ------------------------------------------------------------ replicate
-    def replicate(self, method: str = "auto", rho: float | None = None, mse: bool | None = None, *,
+    def replicate(self, method: str = "auto", rho: float | None = None, mse: bool = False, *,
                   replicates: int = 50, seed=None, variant: str = "timss", hadamard_matrix=None) -> "ReplicateDesign":
         """Convert to replicate weights (R's ``as.svrepdesign``).
 
@@ -1518,9 +1518,9 @@ class Design(_DesignBase):
 
         ``mse``: centre replicate estimates on the full-sample estimate (True)
         or on their mean (False, R's default ``survey.replicates.mse``).
-        ``None`` means False, except for the one-replicate-per-zone JK2
-        ("timss"), whose variance sum_h (theta_h - theta)^2 is defined around
-        the full-sample estimate.
+        TIMSS's one-replicate-per-zone JK2 variance sum_h (theta_h - theta)^2
+        is defined around the full-sample estimate: use ``mse=True`` with it
+        (centring on the replicate mean understates it).
         """
         m = method.lower().replace("-", "_")
         n = len(self._data)
@@ -1612,8 +1612,6 @@ class Design(_DesignBase):
             raise DesignError(
                 f"unknown replicate method {method!r}; use auto, JK1, JKn, JK2, BRR, Fay, bootstrap or rao_wu"
             )
-        if mse is None:
-            mse = m == "jk2" and variant == "timss"
         rd = ReplicateDesign._from_factors(self._data, self._w, rf, mse=mse, mask=self._mask)
         rd._history = self._history + [f"replicate({method!r})"]
         return rd
@@ -1846,8 +1844,8 @@ class ReplicateDesign(_DesignBase):
     rho : Fay coefficient (required for "Fay").
     scale : overall multiplier (overrides the default).
     mse : centre the replicates on the full-sample estimate instead of their
-        mean (R's ``mse=TRUE``).  Default (None): False, except True for
-        "JK2", whose TIMSS variance is defined around the full estimate.
+        mean (R's ``mse=TRUE``).  Default False, as R; TIMSS's JK2 variance is
+        defined around the full estimate, so pass ``mse=True`` for it.
     rscales : per-replicate multipliers (JKn: (n_h-1)/n_h, required for
         combined weights; guessed as 1/max factor for factors, as R).
     combined_weights : True (default) if the replicate columns are full
@@ -1860,7 +1858,7 @@ class ReplicateDesign(_DesignBase):
     """
 
     def __init__(self, data: pd.DataFrame, weights, replicate_weights, method: str, rho: float | None = None,
-                 scale: float | None = None, mse: bool | None = None, *, rscales=None, combined_weights: bool = True):
+                 scale: float | None = None, mse: bool = False, *, rscales=None, combined_weights: bool = True):
         if not isinstance(data, pd.DataFrame):
             raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         n = len(data)
@@ -1924,8 +1922,6 @@ class ReplicateDesign(_DesignBase):
             W[:, 1:] = R_
         else:
             np.multiply(R_, w[:, None], out=W[:, 1:])
-        if mse is None:
-            mse = meth == "JK2"
         self._init_common(data, W, float(scale), rscales, meth, float(rho or 0.0), bool(mse), None)
 
     # --------------------------------------------------------- construction
