@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qualmon-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench notebooks install clean
 
 demo: $(STAMP)
 	$(BIN)/qualmon demo --out out
@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Re-execute the walk-through notebooks (outputs are committed).
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install --quiet nbformat nbclient ipykernel
+	$(BIN)/python notebooks/build.py
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache .hypothesis

@@ -31,10 +31,10 @@ def test_wheel_tree_equals_source_tree(wheel):
     expected = set()
     for pkg, folder in SUBPACKAGES.items():
         base = pkg.replace(".", "/")
-        for f in (ROOT / folder).iterdir():
-            if f.suffix in (".py", ".json") and f.is_file():
-                expected.add(f"{base}/{f.name}")
-    in_wheel = {n for n in names if n.startswith("qualmon/") and (n.endswith(".py") or n.endswith(".json"))}
+        for f in (ROOT / folder).rglob("*"):
+            if f.suffix in (".py", ".json", ".toml") and f.is_file() and "__pycache__" not in f.parts:
+                expected.add(f"{base}/{f.relative_to(ROOT / folder).as_posix()}")
+    in_wheel = {n for n in names if n.startswith("qualmon/") and n.rsplit(".", 1)[-1] in ("py", "json", "toml")}
     assert in_wheel == expected
     # the unrelated PyPI names must not become top-level packages
     assert not any(n.split("/")[0] in {"sampling", "scoring", "reports", "data_schema"} for n in names)
@@ -61,6 +61,9 @@ def test_wheel_in_a_fresh_venv_imports_everything(wheel, tmp_path):
         names = contract_names()
         assert {{'student_roster', 'responses', 'scores'}} <= set(names), names
         assert site in pathlib.Path(contract('responses').path).resolve().parents
+        from qualmon.sampling import SamplingPlan, DEFAULT_PLAN_PATH
+        assert site in pathlib.Path(DEFAULT_PLAN_PATH).resolve().parents
+        assert SamplingPlan.from_toml(DEFAULT_PLAN_PATH).county_fraction == 0.1
         print(len(names))
         """
     )
