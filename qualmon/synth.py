@@ -148,9 +148,15 @@ def _hex_ids(values: np.ndarray, width: int, prefix: str) -> pd.array:
     return pd.array(arr, dtype=pd.StringDtype(na_value=np.nan))
 
 
+_HEX_VALUE = np.zeros(256, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789ABCDEF", np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
 def _parse_hex_ids(ids: Sequence[str] | pd.Series, prefix_len: int = 1) -> np.ndarray:
-    """Inverse of :func:`_hex_ids`: the integer value of each identifier (vectorised)."""
-    arr = pa.array(pd.Series(ids, dtype=object) if not isinstance(ids, pd.Series) else ids, type=pa.string())
+    """Inverse of :func:`_hex_ids`: the integer value of each identifier (vectorised:
+    hexadecimal digits are read from the Arrow buffer, packed into bytes and
+    viewed as big-endian 64-bit integers)."""
+    arr = pa.array(ids if isinstance(ids, pd.Series) else pd.Series(list(ids), dtype=object), from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     n = len(arr)
@@ -158,15 +164,21 @@ def _parse_hex_ids(ids: Sequence[str] | pd.Series, prefix_len: int = 1) -> np.nd
         return np.zeros(0, dtype=np.uint64)
     if arr.null_count:
         raise ValueError("identifiers must not be missing")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    if arr.type not in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.string())
+    odt = np.int32 if arr.type == pa.string() else np.int64
+    offsets = np.frombuffer(arr.buffers()[1], dtype=odt, count=n + 1, offset=arr.offset * np.dtype(odt).itemsize)
     width = int(offsets[1] - offsets[0])
     if not np.all(np.diff(offsets) == width):
         raise ValueError("identifiers must all have the same length")
+    digits = width - prefix_len
+    if digits > 16:
+        raise ValueError(f"identifiers carry {digits} hexadecimal digits; at most 16 fit in 64 bits")
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=n * width, offset=int(offsets[0])).reshape(n, width)
-    raw = data[:, prefix_len:]
-    val = np.where(raw >= 65, raw - 55, raw - 48).astype(np.uint64)
-    shifts = np.arange(raw.shape[1] - 1, -1, -1, dtype=np.uint64) * np.uint64(4)
-    return np.bitwise_or.reduce(val << shifts[None, :], axis=1)
+    nib = np.zeros((n, 16), dtype=np.uint8)
+    nib[:, 16 - digits :] = _HEX_VALUE[data[:, prefix_len:]]
+    packed = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    return np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
 
 
 def _stag(text: str) -> int:
@@ -270,7 +282,7 @@ class Province:
         if not full_truth:
             tested = self.tables["questionnaire_student"][["year", "student_id"]]
             for name in ("students", "abilities"):
-                truth[name] = truth[name].merge(tested, on=["year", "student_id"], how="inner")
+                truth[name] = truth[name][_is_tested(truth[name], tested)].reset_index(drop=True)
         for name, df in truth.items():
             paths[f"truth/{name}"] = write_parquet(df, directory / "truth" / f"{name}.parquet")
         return paths
@@ -914,6 +926,17 @@ def _field_sample(prov: Province) -> pd.DataFrame:
         r_y = r_y[r_y.groupby(["school_id", "grade"]).cumcount() < 30]
         out.append(r_y[["year", "student_id"]])
     return pd.concat(out, ignore_index=True)
+
+
+def _is_tested(df: pd.DataFrame, tested: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows of ``df`` whose (year, student_id) is in ``tested``."""
+    keys, years = _parse_hex_ids(df["student_id"]), df["year"].to_numpy()
+    t_keys, t_years = _parse_hex_ids(tested["student_id"]), tested["year"].to_numpy()
+    mask = np.zeros(len(df), dtype=bool)
+    for y in np.unique(t_years):
+        rows = years == y
+        mask[rows] = np.isin(keys[rows], t_keys[t_years == y])
+    return mask
 
 
 def _student_rows(prov: Province, who: pd.DataFrame) -> np.ndarray:
