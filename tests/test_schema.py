@@ -243,3 +243,22 @@ def test_unknown_table_and_file_errors(tmp_path):
         qualmon.validate("nope", pd.DataFrame())
     with pytest.raises(FileNotFoundError):
         qualmon.validate("student_roster", tmp_path / "missing.parquet")
+
+
+# --- the key checks agree with plain set logic on any keys (mixed widths, nulls, dtypes)
+_keys = st.tuples(st.integers(2020, 2022), st.one_of(st.none(), st.text(alphabet="AB0", min_size=0, max_size=4)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(left=st.lists(_keys, max_size=30), right=st.lists(_keys, max_size=30))
+def test_key_checks_match_set_logic(left, right):
+    from qualmon.schema import _broken_foreign_keys, _duplicate_positions
+
+    ldf = pd.DataFrame(left, columns=["year", "id"]).astype({"year": "int16", "id": "str"}) if left else pd.DataFrame({"year": pd.Series([], dtype="int16"), "id": pd.Series([], dtype="str")})
+    rdf = pd.DataFrame(right, columns=["y", "k"]).astype({"y": "int64", "k": object}) if right else pd.DataFrame({"y": [], "k": []})
+    ref = {(y, k) for y, k in right if k is not None}
+    expected = [i for i, (y, k) in enumerate(left) if k is not None and (y, k) not in ref]
+    assert _broken_foreign_keys(ldf, ["year", "id"], rdf, ["y", "k"]).tolist() == expected
+    seen = pd.Series([f"{y}|{k}" for y, k in left], dtype=object)
+    dup_expected = np.flatnonzero(seen.duplicated(keep=False).to_numpy()).tolist() if left else []
+    assert _duplicate_positions(ldf, ["year", "id"]).tolist() == dup_expected
