@@ -39,6 +39,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from qualmon.scoring._checks import check_weights, rows_text as _rows
 from scipy import stats
 
 __all__ = [
@@ -80,13 +82,6 @@ class DIFError(ValueError):
 # --------------------------------------------------------------------------
 
 
-def _rows(index: pd.Index, mask: np.ndarray, limit: int = 5) -> str:
-    labels = list(index[np.asarray(mask)][:limit])
-    more = int(np.asarray(mask).sum()) - len(labels)
-    text = ", ".join(repr(x) for x in labels)
-    return text + (f" (+{more} more)" if more > 0 else "")
-
-
 def _score_frame(responses: Any, err: type[ValueError], name: str = "responses",
                  allow_negative: bool = False) -> pd.DataFrame:
     if not isinstance(responses, pd.DataFrame):
@@ -119,27 +114,6 @@ def _score_frame(responses: Any, err: type[ValueError], name: str = "responses",
             )
         out[col] = v
     return pd.DataFrame(out, index=responses.index)
-
-
-def _weights(weights: Any, index: pd.Index, err: type[ValueError]) -> np.ndarray:
-    n = len(index)
-    if weights is None:
-        return np.ones(n)
-    if isinstance(weights, pd.Series):
-        missing = ~index.isin(weights.index)
-        if missing.any():
-            raise err(f"weights has no value for rows {_rows(index, missing)}; weights must be indexed like responses")
-        w = weights.reindex(index).to_numpy(dtype=float, na_value=np.nan)
-    else:
-        w = np.asarray(weights, dtype=float).ravel()
-        if w.shape[0] != n:
-            raise err(f"weights has {w.shape[0]} values but responses has {n} rows")
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        raise err(f"weights must be finite and >= 0; invalid in rows {_rows(index, bad)}")
-    if w.sum() <= 0:
-        raise err("weights sum to zero; at least one student needs a positive weight")
-    return w
 
 
 def _max_scores(max_scores: Any, X: pd.DataFrame, err: type[ValueError]) -> np.ndarray:
@@ -319,7 +293,7 @@ def cronbach_alpha(
     alpha_se, ci_low, ci_high, sem``).
     """
     X = _score_frame(responses, ItemAnalysisError, allow_negative=True)
-    w = _weights(weights, X.index, ItemAnalysisError)
+    w = check_weights(weights, X.index, ItemAnalysisError)
     return _reliability_row(X.to_numpy(), w, ci_level).to_frame().T
 
 
@@ -551,7 +525,7 @@ def item_analysis(
         miss_rows = ~X.index.isin(options.index)
         if miss_rows.any():
             raise ItemAnalysisError(f"options has no row for students {_rows(X.index, miss_rows)}")
-    w = _weights(weights, X.index, ItemAnalysisError)
+    w = check_weights(weights, X.index, ItemAnalysisError)
     items = X.columns
     Xv = X.to_numpy().copy()
     J = Xv.shape[1]
@@ -1015,7 +989,7 @@ def dif(
     **BB** otherwise.
     """
     X = _score_frame(responses, DIFError)
-    w = _weights(weights, X.index, DIFError)
+    w = check_weights(weights, X.index, DIFError)
     if not (0 < alpha < 1):
         raise DIFError(f"alpha must be in (0, 1), got {alpha}")
     grp, ref_label = _group_codes(group, X.index, focal, reference)

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from qualmon.scoring._checks import check_weights, rows_text as _rows
 from scipy import optimize, sparse, stats
 
 __all__ = [
@@ -77,12 +79,6 @@ class LevelError(ValueError):
 # --------------------------------------------------------------------------
 
 
-def _rows(index: pd.Index, mask: np.ndarray, limit: int = 5) -> str:
-    labels = list(index[np.asarray(mask)][:limit])
-    more = int(np.asarray(mask).sum()) - len(labels)
-    return ", ".join(repr(x) for x in labels) + (f" (+{more} more)" if more > 0 else "")
-
-
 def _as_matrix(x: Any, name: str) -> tuple[np.ndarray, pd.Index, list]:
     """Scores as an (n, M) float matrix (M = 1 for a single score)."""
     if isinstance(x, pd.DataFrame):
@@ -105,27 +101,6 @@ def _as_matrix(x: Any, name: str) -> tuple[np.ndarray, pd.Index, list]:
     if v.ndim != 2:
         raise LevelError(f"{name} must be 1-D or 2-D, got shape {v.shape}")
     return v, pd.RangeIndex(v.shape[0]), list(range(v.shape[1]))
-
-
-def _weights(weights: Any, index: pd.Index, name: str = "weights") -> np.ndarray:
-    n = len(index)
-    if weights is None:
-        return np.ones(n)
-    if isinstance(weights, pd.Series):
-        missing = ~index.isin(weights.index)
-        if missing.any():
-            raise LevelError(f"{name} has no value for rows {_rows(index, missing)}")
-        w = weights.reindex(index).to_numpy(dtype=float, na_value=np.nan)
-    else:
-        w = np.asarray(weights, dtype=float).ravel()
-        if w.shape[0] != n:
-            raise LevelError(f"{name} has {w.shape[0]} values but the scores have {n} rows")
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        raise LevelError(f"{name} must be finite and >= 0; invalid in rows {_rows(index, bad)}")
-    if w.sum() <= 0:
-        raise LevelError(f"{name} sum to zero")
-    return w
 
 
 def _rewrap(v: np.ndarray, like: Any) -> Any:
@@ -191,7 +166,7 @@ class ReportingScale:
         if not (np.isfinite(mean) and np.isfinite(sd) and sd > 0):
             raise LevelError(f"mean must be finite and sd positive, got mean={mean}, sd={sd}")
         v, idx, _ = _as_matrix(theta, "theta")
-        w = _weights(weights, idx)
+        w = check_weights(weights, idx, LevelError, what="scores")
         W = np.repeat(w[:, None], v.shape[1], 1)
         ok = np.isfinite(v) & (W > 0)
         if ok.sum() < 2:
@@ -368,7 +343,7 @@ def level_shares(
     c = _check_cuts(cuts)
     v, idx, cols = _as_matrix(scores, "scores")
     n, M = v.shape
-    w = _weights(weights, idx)
+    w = check_weights(weights, idx, LevelError, what="scores")
     if replicate_weights is not None:
         if variance_factor is None or not np.isfinite(variance_factor) or variance_factor <= 0:
             raise LevelError("replicate_weights need variance_factor (e.g. 1.0 for JK2, 0.05 for PISA Fay BRR)")
@@ -615,7 +590,7 @@ def classification_accuracy(theta: Any, se: Any, cuts: Any, weights: Any = None)
     bad = ~np.isfinite(t) | ~np.isfinite(s) | (s < 0)
     if bad.any():
         raise LevelError(f"theta must be finite and se finite and >= 0; invalid in rows {_rows(idx, bad)}")
-    w = _weights(weights, idx)
+    w = check_weights(weights, idx, LevelError, what="scores")
     obs = _codes(t, c)
     edges = np.concatenate([[-np.inf], c, [np.inf]])
     with np.errstate(divide="ignore", invalid="ignore"):
