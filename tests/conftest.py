@@ -24,3 +24,12 @@ def full_year():
     from qualmon.synth import province
 
     return province(seed=11, years=(2024,))
+
+
+# Property tests: the default profile replays the same examples on every run, so
+# CI is reproducible; `pytest --hypothesis-profile=explore` searches afresh.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("default", derandomize=True)
+_hyp_settings.register_profile("explore", derandomize=False)
+_hyp_settings.load_profile("default")

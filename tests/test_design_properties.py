@@ -65,8 +65,10 @@ def test_weight_scale_invariance(df, c):
     for f in (lambda d: d.mean("y", by="g"), lambda d: d.ratio("y", "x"), lambda d: d.regress("y ~ x"),
               lambda d: d.replicate("JKn").mean("y")):
         a, b = f(d1), f(d2)
-        np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-9)
-        np.testing.assert_allclose(a["se"], b["se"], rtol=1e-7, atol=1e-10)  # atol: zero-variance domains
+        np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-7)  # regressions on nearly equal x are ill-conditioned
+        # atol: where the true SE is 0 (zero-variance domains, a regression fitted exactly by
+        # two points) both sides are roundoff of the estimate's magnitude
+        np.testing.assert_allclose(a["se"], b["se"], rtol=1e-7, atol=1e-6 * (1 + np.abs(a["estimate"]).max()))
     np.testing.assert_allclose(d2.total("y")["estimate"], c * d1.total("y")["estimate"], rtol=1e-9)
     np.testing.assert_allclose(d2.total("y")["se"], c * d1.total("y")["se"], rtol=1e-7)
 
