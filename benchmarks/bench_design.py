@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,16 +31,14 @@ from scipy import sparse
 from qualmon.design import ReplicateDesign
 from qualmon.sampling import replicates as rep
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
+
 REPEATS = 5
 
 
 def best(f, repeats=REPEATS):
-    out, times = None, []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+    return _timing.best(f, repeats)
 
 
 def simulate(seed=20240501):

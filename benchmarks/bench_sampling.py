@@ -44,16 +44,14 @@ from qualmon.sampling import pps
 from qualmon.sampling.plan import SamplingPlan
 
 D = importlib.import_module("qualmon.sampling.stages")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
+
 REPEATS = 5
 
 
 def best(f, repeats=REPEATS):
-    out, times = None, []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+    return _timing.best(f, repeats)
 
 
 def main():

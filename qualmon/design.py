@@ -434,6 +434,13 @@ class _DesignBase:
     ``_regress_core``, ``_degf(rows)`` and ``_with_mask``.
     """
 
+    def __repr__(self) -> str:
+        return self._describe()
+
+    def _repr_html_(self) -> str:
+        txt = self._describe().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<pre>{txt}</pre>" + self.summary().to_html(index=False)
+
     _data: pd.DataFrame
     _w: np.ndarray
     _mask: np.ndarray | None
@@ -1661,12 +1668,6 @@ class Design(_DesignBase):
         lines.append(f"lonely PSUs: {self._lonely}")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self._describe()
-
-    def _repr_html_(self) -> str:
-        txt = self._describe().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return f"<pre>{txt}</pre>" + self.summary().to_html(index=False)
 
 
 def _safe_inverse(A: np.ndarray) -> np.ndarray:
@@ -2233,9 +2234,3 @@ class ReplicateDesign(_DesignBase):
         lines.append(f"rows: {len(self._data)}, scale: {self._scale:.6g}")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self._describe()
-
-    def _repr_html_(self) -> str:
-        txt = self._describe().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return f"<pre>{txt}</pre>" + self.summary().to_html(index=False)

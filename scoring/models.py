@@ -625,7 +625,20 @@ class ThreePL(Dichotomous):
 
 
 # ----------------------------------------------------------------------------- graded
-class Graded(ItemModel):
+class _Polytomous(ItemModel):
+    """Shared naming of polytomous items: slope ``a`` and intercepts ``d1..dK-1``
+    (IRT thresholds ``b1..bK-1``)."""
+
+    @property
+    def par_names(self):
+        return ("a",) + tuple(f"d{k}" for k in range(1, self.n_cat))
+
+    @property
+    def irt_names(self):
+        return ("a",) + tuple(f"b{k}" for k in range(1, self.n_cat))
+
+
+class Graded(_Polytomous):
     """Graded response model (Samejima 1969; mirt "graded").
 
     P(X >= k) = expit(a theta + d_k), k = 1..K-1 with d_1 > ... > d_{K-1};
@@ -635,14 +648,6 @@ class Graded(ItemModel):
 
     family = "GRM"
     mirt_itemtype = "graded"
-
-    @property
-    def par_names(self):
-        return ("a",) + tuple(f"d{k}" for k in range(1, self.n_cat))
-
-    @property
-    def irt_names(self):
-        return ("a",) + tuple(f"b{k}" for k in range(1, self.n_cat))
 
     def _z(self, p, t):
         return p[:, 0, None, None] * t[None, :, None] + p[:, None, 1:]  # (m,q,K-1)
@@ -738,7 +743,7 @@ class Graded(ItemModel):
 
 
 # ----------------------------------------------------------------------------- GPCM
-class GPCM(ItemModel):
+class GPCM(_Polytomous):
     """Generalized partial credit model (Muraki 1992; mirt "gpcm" parameterisation).
 
     P(X = k) = exp(a k theta + d_k) / sum_h exp(a h theta + d_h), with d_0 = 0 and
@@ -754,14 +759,6 @@ class GPCM(ItemModel):
         p, single = _as_batch(par, self.n_par)
         k = np.arange(1, self.n_cat, dtype=float)
         return _out(p[:, :1] * k[None, :], single), _out(p[:, 1:].copy(), single)
-
-    @property
-    def par_names(self):
-        return ("a",) + tuple(f"d{k}" for k in range(1, self.n_cat))
-
-    @property
-    def irt_names(self):
-        return ("a",) + tuple(f"b{k}" for k in range(1, self.n_cat))
 
     def _eta(self, p, t):
         k = np.arange(self.n_cat, dtype=float)
